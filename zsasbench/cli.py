@@ -1,0 +1,307 @@
+"""The `zsasbench` command line: typer commands that parse options and call the library, nothing else."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Benchmark harness for zero-shot anomaly segmentation.")
+datasets_app = typer.Typer(add_completion=False, help="List datasets, or validate dataset folders (`check`).")
+app.add_typer(datasets_app, name="datasets")
+
+DEFAULT_METHODS = ["random", "local-contrast"]
+DEFAULT_DATASETS = ["synthetic"]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(func):
+    """Turn UserError (bad input) into one clear line and exit status 2, without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _echo_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+# --- shared options -----------------------------------------------------------------------------
+MethodOpt = typer.Option(None, "--method", "-m", help="Method name (repeatable). Default: random, local-contrast.")
+DatasetOpt = typer.Option(None, "--dataset", "-d", help="NAME or NAME=PATH (repeatable). Default: synthetic.")
+CategoryOpt = typer.Option(None, "--category", "-c", help="Only these categories (repeatable).")
+DataRootOpt = typer.Option(None, "--data-root", help="Folder holding the datasets (default data/, or ZSAS_DATA_ROOT).")
+TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow store (default sqlite:///runs/mlflow.db; MLFLOW_TRACKING_URI).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+SeedOpt = typer.Option(111, "--seed", help="Seed for every random choice.")
+EvalSizeOpt = typer.Option("400", "--eval-size", help="Evaluation size in pixels, or 'native'.")
+LimitOpt = typer.Option(None, "--limit", help="At most N test images per category (evenly spaced).")
+ModelsOpt = typer.Option("default", "--models", help="Weights profile: default (real weights) or tiny-random.")
+SetOpt = typer.Option(None, "--set", help="Method config override key=value or method.key=value (repeatable).")
+RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="Output folder (cache, MLflow db, artifacts).")
+ExperimentOpt = typer.Option("zsasbench", "--experiment", help="MLflow experiment name.")
+ObjectNameOpt = typer.Option(None, "--object-name", help="What the images show (folder dataset / predict).")
+KindOpt = typer.Option(None, "--kind", help="object or texture (folder dataset).")
+
+
+def _run_options(method, dataset, category, data_root, tracking_uri, device, seed, eval_size, limit, models,
+                 sets, runs_dir, experiment, object_name, kind, exact=False, batch_size=4, suffix=""):
+    from .models.base import Runtime, resolve_device
+    from .protocol import Protocol
+    from .runner import RunOptions, resolve_dataset, split_overrides
+
+    methods = list(method or DEFAULT_METHODS)
+    from .methods import method_class
+
+    for m in methods:
+        method_class(m)  # unknown names fail here, listing valid ones
+    if kind is not None and kind not in ("object", "texture"):
+        raise UserError(f"--kind {kind!r}: expected object or texture")
+    refs = [resolve_dataset(d, data_root, runs_dir, object_name, kind) for d in (dataset or DEFAULT_DATASETS)]
+    resolve_device(device)
+    return RunOptions(methods=methods, datasets=refs, categories=list(category or []),
+                      overrides=split_overrides(methods, sets or []),
+                      runtime=Runtime(device=device, profile=models), seed=seed,
+                      protocol=Protocol.parse(eval_size), limit=limit, runs_dir=runs_dir,
+                      tracking_uri=tracking_uri, experiment=experiment, exact_metrics=exact,
+                      batch_size=batch_size, run_name_suffix=suffix)
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="run summary")
+    for col in ("method", "dataset", "category", "status", "images", "pixel AP", "F1-max", "s/img"):
+        table.add_column(col)
+    for o in summary.outcomes:
+        ap, f1 = o.metrics.get("pixel_ap", math.nan), o.metrics.get("pixel_f1_max", math.nan)
+        status = o.status if o.status != "failed" else f"[red]failed[/red]: {o.error}"
+        table.add_row(o.method, o.dataset, o.category, status, str(o.n_images),
+                      "-" if math.isnan(ap) else f"{100 * ap:.1f}", "-" if math.isnan(f1) else f"{100 * f1:.1f}",
+                      "-" if o.seconds_per_image is None else f"{o.seconds_per_image:.3f}")
+    Console(stderr=True).print(table)
+
+
+@app.command()
+@user_errors
+def run(
+    method: Optional[List[str]] = MethodOpt,
+    dataset: Optional[List[str]] = DatasetOpt,
+    category: Optional[List[str]] = CategoryOpt,
+    data_root: Optional[Path] = DataRootOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+    device: str = DeviceOpt,
+    seed: int = SeedOpt,
+    eval_size: str = EvalSizeOpt,
+    limit: Optional[int] = LimitOpt,
+    models: str = ModelsOpt,
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Method config override key=value or method.key=value (repeatable)."),
+    runs_dir: Path = RunsDirOpt,
+    experiment: str = ExperimentOpt,
+    object_name: Optional[str] = ObjectNameOpt,
+    kind: Optional[str] = KindOpt,
+    exact: bool = typer.Option(False, "--exact", help="Exact (scikit-learn-equal) metrics instead of streaming."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images per predict() call."),
+    show_leaderboard: bool = typer.Option(True, "--leaderboard/--no-leaderboard", help="Print the leaderboard after the run."),
+):
+    """Run methods on datasets, cache the maps, score them and log everything to MLflow."""
+    from .leaderboard import build_leaderboard, render
+    from .progress import rich_reporter
+    from .runner import Runner
+    from .tracking import resolve_tracking_uri
+
+    opts = _run_options(method, dataset, category, data_root, tracking_uri, device, seed, eval_size, limit,
+                        models, set_, runs_dir, experiment, object_name, kind, exact, batch_size)
+    with rich_reporter() as reporter:
+        summary = Runner(opts, reporter).run()
+    _print_summary(summary)
+    if show_leaderboard:
+        uri = resolve_tracking_uri(tracking_uri, runs_dir)
+        board = build_leaderboard(uri, experiment, protocol=opts.protocol.label,
+                                  include_random_weights=not opts.runtime.weights_are_real)
+        typer.echo(render(board, "md"))
+    if not summary.ok:
+        typer.echo(f"{len(summary.failures)} categor{'y' if len(summary.failures) == 1 else 'ies'} failed "
+                   f"(see the summary above and the traceback artifacts in MLflow)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    format: str = typer.Option("md", "--format", "-f", help="md, csv, latex or html."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    per_category: bool = typer.Option(False, "--per-category", help="One row per dataset category."),
+    tracking_uri: Optional[str] = TrackingOpt,
+    runs_dir: Path = RunsDirOpt,
+    experiment: str = ExperimentOpt,
+    eval_size: Optional[str] = typer.Option(None, "--eval-size", help="Protocol to show (default: the latest run's)."),
+    include_random_weights: bool = typer.Option(False, "--include-random-weights", help="Also show tiny-random smoke runs."),
+):
+    """Print the Table-1 leaderboard (latest finished run per method, dataset and protocol)."""
+    from .leaderboard import build_leaderboard, render
+    from .protocol import Protocol
+    from .tracking import connect, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, runs_dir)
+    connect(uri, experiment)
+    protocol = Protocol.parse(eval_size).label if eval_size else None
+    board = build_leaderboard(uri, experiment, protocol, per_category, include_random_weights)
+    if not board.rows:
+        _fail(f"no finished runs in experiment {experiment!r} at {uri}; run `zsasbench run` first", code=1)
+    text = render(board, format)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+    else:
+        typer.echo(text)
+
+
+@app.command()
+@user_errors
+def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List registered methods, the weights each needs, and whether they are present here."""
+    from .methods import method_names
+    from .methods.listing import method_rows
+
+    rows = method_rows(method_names())
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="methods")
+    for col in ("name", "source", "description", "weights", "ready"):
+        table.add_column(col)
+    for r in rows:
+        weights = "\n".join(f"{m['spec']} ({'present' if m['present'] else 'missing'})" for m in r["models"]) or "none"
+        table.add_row(r["name"], r["source"], r.get("description", "") or r.get("error", ""), weights,
+                      "yes" if r["ready"] else "no")
+    Console().print(table)
+
+
+@datasets_app.callback(invoke_without_command=True)
+@user_errors
+def datasets(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+             data_root: Optional[Path] = DataRootOpt):
+    """List the datasets, their kind and whether they are found under the data root."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .datasets import DATASETS, candidate_roots, dataset_class
+    from .runner import DEFAULT_DATA_ROOT
+
+    import os
+
+    root = Path(data_root or os.environ.get("ZSAS_DATA_ROOT") or DEFAULT_DATA_ROOT)
+    rows = []
+    for name in DATASETS:
+        cls = dataset_class(name)
+        found = next((str(p) for p in candidate_roots(name, root) if p.is_dir()), None)
+        rows.append({"name": name, "kind": cls.kind, "description": cls.description, "found": found,
+                     "looked_in": [str(p) for p in candidate_roots(name, root)], "source": cls.source,
+                     "layout": cls.layout})
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"datasets (data root: {root})")
+    for col in ("name", "kind", "found at", "description"):
+        table.add_column(col)
+    for r in rows:
+        found = r["found"] or ("built in" if r["name"] == "synthetic" else
+                               "needs --dataset folder=PATH" if r["name"] == "folder" else "[yellow]not found[/yellow]")
+        table.add_row(r["name"], r["kind"], found, r["description"])
+    Console().print(table)
+
+
+@datasets_app.command("check")
+@user_errors
+def datasets_check(
+    dataset: Optional[List[str]] = typer.Argument(None, help="NAME or NAME=PATH; default: every dataset found."),
+    data_root: Optional[Path] = DataRootOpt,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Validate dataset folders: counts per category and every problem found (decodes every file)."""
+    from .datasets import DATASETS, candidate_roots
+    from .datasets.check import check_dataset, render_report
+    from .runner import DEFAULT_DATA_ROOT, resolve_dataset
+
+    import os
+
+    root = Path(data_root or os.environ.get("ZSAS_DATA_ROOT") or DEFAULT_DATA_ROOT)
+    if dataset:
+        refs = [resolve_dataset(d, root) for d in dataset]
+    else:
+        refs = []
+        for name in DATASETS:
+            if name in ("synthetic", "folder"):
+                continue
+            found = next((p for p in candidate_roots(name, root) if p.is_dir()), None)
+            if found is not None:
+                refs.append(resolve_dataset(f"{name}={found}"))
+        if not refs:
+            _fail(f"no dataset found under {root}; give NAME=PATH or --data-root DIR", code=1)
+    reports = [check_dataset(ref.name, ref.root) for ref in refs]
+    if as_json:
+        _echo_json([r.to_dict() for r in reports])
+    else:
+        for r in reports:
+            typer.echo(render_report(r))
+    if any(r.problems for r in reports):
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Every model the registered methods need: where it loads from, whether it is here, its size."""
+    from .methods import method_names
+    from .methods.listing import required_specs
+    from .models.listing import model_rows
+
+    rows = model_rows(required_specs(method_names()))
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="models")
+    for col in ("model", "role", "location", "present", "size", "how to get"):
+        table.add_column(col)
+    for r in rows:
+        size = r.get("size_bytes")
+        table.add_row(str(r.get("spec")), str(r.get("role", "")), str(r.get("location", "")),
+                      "yes" if r.get("present") else "no",
+                      "-" if not size else f"{size / 1e6:.0f} MB", str(r.get("how_to_get", "") if not r.get("present") else ""))
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
