@@ -60,7 +60,8 @@ class Sample:
     """One image with its ground truth. `image` and `mask` decode on first access.
 
     id: a stable identifier (the image path relative to the dataset root).
-    label: 0 normal, 1 defective. mask_path None means an all-False mask.
+    label: 0 normal, 1 defective, -1 unknown (unlabelled images, for prediction only).
+    mask_path None means an all-False mask.
     """
 
     id: str
@@ -183,8 +184,12 @@ class Dataset:
 
     def counts(self, category: str) -> CategoryCounts:
         test, ref = self._category(category)
-        n_def = sum(s.label for s in test)
-        return CategoryCounts(normal=len(test) - n_def, defective=n_def, reference=len(ref))
+        return CategoryCounts(normal=sum(s.label == 0 for s in test), defective=sum(s.label == 1 for s in test),
+                              reference=len(ref))
+
+    def has_masks(self, category: str) -> bool:
+        """False when a category has image labels but no pixel masks (only image metrics are defined)."""
+        return True
 
 
 def list_images(folder: Path) -> list[Path]:
