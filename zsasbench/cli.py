@@ -299,6 +299,97 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     Console().print(table)
 
 
+def _table_md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@app.command()
+@user_errors
+def ablation(
+    method_name: str = typer.Argument("iap-as", metavar="METHOD", help="The method to ablate (iap-as)."),
+    dataset: List[str] = typer.Option(..., "--dataset", "-d", help="NAME or NAME=PATH (repeatable)."),
+    category: Optional[List[str]] = CategoryOpt,
+    data_root: Optional[Path] = DataRootOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+    device: str = DeviceOpt,
+    seed: int = SeedOpt,
+    eval_size: str = EvalSizeOpt,
+    limit: Optional[int] = LimitOpt,
+    models: str = ModelsOpt,
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
+    runs_dir: Path = RunsDirOpt,
+    experiment: str = ExperimentOpt,
+):
+    """Run the paper's Table 3 variants (tagging / LLM / filter on and off); each is its own MLflow run."""
+    from .methods.iap_as import ABLATION_VARIANTS
+    from .progress import rich_reporter
+    from .runner import Runner
+
+    if method_name != "iap-as":
+        raise UserError(f"ablation is defined for iap-as, not {method_name!r}")
+    user_sets = [s for s in (set_ or []) if s.split("=", 1)[0].split(".")[-1] not in ("use_tagging", "use_llm", "use_filter")]
+    rows, failed = [], 0
+    for variant, tagging, llm, filt in ABLATION_VARIANTS:
+        sets = [*user_sets, f"use_tagging={tagging}", f"use_llm={llm}", f"use_filter={filt}"]
+        opts = _run_options([method_name], dataset, category, data_root, tracking_uri, device, seed, eval_size,
+                            limit, models, sets, runs_dir, experiment, None, None, suffix=variant)
+        with rich_reporter() as reporter:
+            summary = Runner(opts, reporter).run()
+        failed += len(summary.failures)
+        for ref in opts.datasets:
+            means = summary.dataset_means.get((method_name, ref.name), {})
+            cells = ["-" if math.isnan(means.get(k, math.nan)) else f"{100 * means[k]:.1f}"
+                     for k in ("pixel_ap", "pixel_f1_max")]
+            rows.append([ref.name, variant, *("yes" if x else "no" for x in (tagging, llm, filt)), *cells])
+    typer.echo(_table_md(["Dataset", "Variant", "Tagging", "LLM", "Filter", "AP", "F1-max"], rows))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def prompts(
+    method_name: str = typer.Argument("iap-as", metavar="METHOD", help="The method whose prompts to show (iap-as)."),
+    dataset: List[str] = typer.Option(..., "--dataset", "-d", help="NAME or NAME=PATH (repeatable)."),
+    category: Optional[List[str]] = CategoryOpt,
+    data_root: Optional[Path] = DataRootOpt,
+    device: str = DeviceOpt,
+    seed: int = SeedOpt,
+    models: str = ModelsOpt,
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
+    runs_dir: Path = RunsDirOpt,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Table 2: per category, the object tag set and the final prompts (runs Stage 1 where needed)."""
+    from .models.base import check_present
+    from .runner import Runner
+
+    if method_name != "iap-as":
+        raise UserError(f"prompts are produced by iap-as, not {method_name!r}")
+    opts = _run_options([method_name], dataset, category, data_root, None, device, seed, "400", None, models,
+                        set_, runs_dir, "zsasbench", None, None)
+    runner = Runner(opts)
+    (method,) = runner.build_methods()
+    stage1_specs = [s for s in method.required_models() if s.family != "sam"]
+    check_present(stage1_specs, opts.runtime)
+    out = []
+    for ref, ds, categories in runner.open_datasets():
+        for cat in categories:
+            cache = runner.category_cache(method, ref, cat)
+            method.prepare(runner.prepare_context(ref, ds, cat, cache))
+            s1 = method.stage1
+            out.append({"dataset": ref.name, "category": cat, "object_tags": s1.object_tags,
+                        "object_tag_source": s1.object_tag_source, "final_prompt": s1.final_prompt,
+                        "llm_answer": s1.llm_answer, "llm_fallback": s1.llm_fallback})
+    if as_json:
+        _echo_json(out)
+        return
+    typer.echo(_table_md(["Dataset", "Category", "Object tag set", "Final prompts"],
+                         [[o["dataset"], o["category"], ", ".join(o["object_tags"]), o["final_prompt"]] for o in out]))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -276,13 +276,17 @@ class Runner:
 
     def _run_category(self, method: Method, ref: DatasetRef, ds: Dataset, category: str) -> CategoryOutcome:
         opts = self.options
-        cache = category_cache(self.cache_root, method.name, method_cache_key(method, opts.runtime, opts.seed),
-                               ref.name, category)
+        cache = self.category_cache(method, ref, category)
         outcome = CategoryOutcome(method.name, ref.name, category, status="ok")
         try:
             with tracking.run(f"{method.name} / {ref.name} / {category}",
                               self._tags(method, ref, "category", category), nested=True):
                 samples = select_samples(ds.test_samples(category), opts.limit)
+                unlabelled = [s.id for s in samples if s.label not in (0, 1)]
+                if unlabelled:
+                    raise DataError(f"{ref.name}/{category}: {len(unlabelled)} test images have no label "
+                                    f"(e.g. {unlabelled[0]}); scoring needs test/good and test/<defect> folders. "
+                                    f"Use `zsasbench predict` for unlabelled images")
                 outcome.n_images = len(samples)
                 result = cache.load_result(opts.protocol.label, opts.limit)
                 missing = [s for s in samples if not cache.has_map(s.id)]
@@ -294,6 +298,7 @@ class Runner:
                     t0 = time.perf_counter()
                     if missing:
                         self._predict_missing(method, ref, ds, category, missing, cache)
+                        tracking.log_metrics({f"method.{k}": v for k, v in method.counters().items()})
                     elapsed = time.perf_counter() - t0
                     outcome.n_predicted = len(missing)
                     if missing:
@@ -319,14 +324,22 @@ class Runner:
             self.reporter.message(f"[red]FAILED[/red] {method.name} / {ref.name} / {category}: {outcome.error}")
         return outcome
 
+    def category_cache(self, method: Method, ref: DatasetRef, category: str) -> CategoryCache:
+        opts = self.options
+        return category_cache(self.cache_root, method.name, method_cache_key(method, opts.runtime, opts.seed),
+                              ref.name, category)
+
+    def prepare_context(self, ref: DatasetRef, ds: Dataset, category: str, cache: CategoryCache) -> PrepareContext:
+        cache.stage_dir.mkdir(parents=True, exist_ok=True)
+        return PrepareContext(
+            category=category, kind=ds.kind, object_name=ds.object_name(category), seed=self.options.seed,
+            rng=np.random.default_rng(self.options.seed), reference_samples=lambda: ds.reference_samples(category),
+            cache_dir=cache.stage_dir, dataset=ref.name)
+
     def _predict_missing(self, method: Method, ref: DatasetRef, ds: Dataset, category: str,
                          missing: list, cache: CategoryCache) -> None:
         opts = self.options
-        cache.stage_dir.mkdir(parents=True, exist_ok=True)
-        context = PrepareContext(
-            category=category, kind=ds.kind, object_name=ds.object_name(category), seed=opts.seed,
-            rng=np.random.default_rng(opts.seed), reference_samples=lambda: ds.reference_samples(category),
-            cache_dir=cache.stage_dir, dataset=ref.name)
+        context = self.prepare_context(ref, ds, category, cache)
         method.prepare(context)
         task = self.reporter.task(f"{method.name} / {ref.name} / {category}", total=len(missing))
         try:
