@@ -225,7 +225,7 @@ class Runner:
         })
         params.update({f"version.{k}": v for k, v in tracking.package_versions().items()})
         for i, spec in enumerate(method.required_models()):
-            params[f"model.{spec.role or i}"] = spec.describe()
+            params[f"model.{i}.{spec.family}"] = f"{spec.describe()} ({spec.role})" if spec.role else spec.describe()
         return params
 
     def _tags(self, method: Method, ref: DatasetRef, level: str, category: str | None = None) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import traceback
@@ -108,7 +109,7 @@ def _param_value(value: Any) -> str:
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
-    items = {k: _param_value(v) for k, v in params.items()}
+    items = {re.sub(r"[^\w\-. :/]", "_", k): _param_value(v) for k, v in params.items()}
     keys = sorted(items)
     for i in range(0, len(keys), 90):  # MLflow takes at most 100 params per batch
         mlflow.log_params({k: items[k] for k in keys[i:i + 90]})
