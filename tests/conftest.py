@@ -10,6 +10,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one torch thread each (two-thread torch competing for cores is 4-6x slower).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ZSAS_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures"

@@ -89,13 +89,16 @@ def _print_summary(summary) -> None:
     from rich.table import Table
 
     table = Table(title="run summary")
-    for col in ("method", "dataset", "category", "status", "images", "pixel AP", "F1-max", "s/img"):
+    for col in ("method", "dataset", "category", "status", "images", "pixel AP", "F1-max", "image AUROC", "s/img"):
         table.add_column(col)
+
+    def pct(value: float) -> str:
+        return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
     for o in summary.outcomes:
-        ap, f1 = o.metrics.get("pixel_ap", math.nan), o.metrics.get("pixel_f1_max", math.nan)
         status = o.status if o.status != "failed" else f"[red]failed[/red]: {o.error}"
         table.add_row(o.method, o.dataset, o.category, status, str(o.n_images),
-                      "-" if math.isnan(ap) else f"{100 * ap:.1f}", "-" if math.isnan(f1) else f"{100 * f1:.1f}",
+                      *(pct(o.metrics.get(k, math.nan)) for k in ("pixel_ap", "pixel_f1_max", "image_auroc")),
                       "-" if o.seconds_per_image is None else f"{o.seconds_per_image:.3f}")
     Console(stderr=True).print(table)
 
@@ -388,6 +391,11 @@ def prompts(
         return
     typer.echo(_table_md(["Dataset", "Category", "Object tag set", "Final prompts"],
                          [[o["dataset"], o["category"], ", ".join(o["object_tags"]), o["final_prompt"]] for o in out]))
+
+
+from .cli_predict import predict as _predict  # noqa: E402  (imports this module's helpers)
+
+app.command("predict")(_predict)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -191,6 +191,12 @@ class Runner:
                 if not chosen:
                     raise UserError(f"dataset {ref.name!r}: none of --category {', '.join(unknown)} exists; "
                                     f"valid: {', '.join(cats)}")
+            for cat in chosen:
+                unlabelled = [s.id for s in ds.test_samples(cat) if s.label not in (0, 1)]
+                if unlabelled:
+                    raise UserError(f"dataset {ref.name!r}, category {cat!r}: {len(unlabelled)} test images have "
+                                    f"no label (e.g. {unlabelled[0]}); scoring needs test/good and test/<defect> "
+                                    f"folders. Use `zsasbench predict` for unlabelled images")
             opened.append((ref, ds, chosen))
         return opened
 
@@ -282,11 +288,6 @@ class Runner:
             with tracking.run(f"{method.name} / {ref.name} / {category}",
                               self._tags(method, ref, "category", category), nested=True):
                 samples = select_samples(ds.test_samples(category), opts.limit)
-                unlabelled = [s.id for s in samples if s.label not in (0, 1)]
-                if unlabelled:
-                    raise DataError(f"{ref.name}/{category}: {len(unlabelled)} test images have no label "
-                                    f"(e.g. {unlabelled[0]}); scoring needs test/good and test/<defect> folders. "
-                                    f"Use `zsasbench predict` for unlabelled images")
                 outcome.n_images = len(samples)
                 result = cache.load_result(opts.protocol.label, opts.limit)
                 missing = [s for s in samples if not cache.has_map(s.id)]

@@ -43,9 +43,8 @@ ABLATION_VARIANTS = (
 
 DEFAULT_SYSTEM_PROMPT = ("You are an expert in industrial visual inspection. Answer only with a comma-separated "
                          "list of lowercase words, with no explanation.")
-DEFAULT_IAP = ("Give non-redundant nouns that name anomalies which can appear in images of {object}, "
-               "to be used as prompts of an object detector. Answer only with a comma-separated list of "
-               "lowercase words.")
+DEFAULT_IAP = ("Which anomalies can appear in images of {object}? Give non-redundant nouns naming them, "
+               "for use as prompts of an object detector.")
 
 
 @dataclass

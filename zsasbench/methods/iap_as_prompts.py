@@ -23,6 +23,10 @@ ANOMALY_STOP_WORDS = (
 FILLER_WORDS = frozenset({"sorry", "sure", "yes", "no", "none", "okay", "ok", "here", "certainly", "etc", "n/a",
                           "answer", "anomalies", "anomaly", "words", "list", "nouns"})
 
+# Words of the request itself: a small LLM that echoes "non-redundant nouns" has not answered.
+_REQUEST_WORDS = frozenset({"noun", "nouns", "non-redundant", "prompt", "prompts", "detector", "image", "images"})
+_LIST_INTRO = re.compile(r"\b(?:include|includes|including|such as|like|are)\s+")
+
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d+[.)]|\(?[a-z][.)](?=\s))\s*")
 _PREAMBLE = re.compile(r"^(?:sure|here|certainly|okay|ok|the following|answer|anomal(?:y|ies)|words?|list)\b[^:]*:\s*",
                        re.IGNORECASE)
@@ -87,12 +91,15 @@ def parse_anomaly_words(answer: str, max_words: int = 10, max_tokens_per_word: i
         for piece in re.split(r"[,;]|\band\b", line):
             item = _BULLET.sub("", piece.strip()).strip().strip("\"'`*.:!?()[]{}").strip().lower()
             items.append(re.sub(r"\s+", " ", item))
-        if any(len(i.split()) > max_tokens_per_word + 2 for i in items):
-            continue  # a sentence: the whole line is prose (a refusal, an explanation), not a list
         for item in items:
+            if len(item.split()) > max_tokens_per_word:
+                # prose: keep what follows "include", "such as", ":" ... ("defects include scratches")
+                # (only inside a list: a lone sentence is a refusal or an explanation, not an answer)
+                tail = _LIST_INTRO.split(item) if len(items) > 1 else []
+                item = tail[-1].strip() if len(tail) > 1 else ""
             if not item or not _ALLOWED.match(item) or len(item.split()) > max_tokens_per_word:
                 continue
-            if item in excluded:
+            if item in excluded or any(w in _REQUEST_WORDS for w in item.split()):
                 continue
             words.append(item)
     return unique(words)[:max_words]
