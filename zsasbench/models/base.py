@@ -31,7 +31,7 @@ class ModelSpec:
     revision: str | None = None
     filename: str | None = None
     variant: str | None = None
-    role: str = ""  # what the method uses it for, shown in listings
+    role: str = field(default="", compare=False)  # what a method uses it for (not part of identity)
 
     def describe(self) -> str:
         parts = [self.family, self.source]
