@@ -34,7 +34,7 @@ def cli_env(site: Path | None = None, **extra: str) -> dict[str, str]:
 
 
 def zsasbench_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "zsasbench.cli", *args]
+    return [sys.executable, "-m", "zsasbench", *args]
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

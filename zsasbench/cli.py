@@ -397,10 +397,3 @@ from .cli_predict import predict as _predict  # noqa: E402  (imports this module
 
 app.command("predict")(_predict)
 
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
