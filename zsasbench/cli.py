@@ -1,15 +1,16 @@
 """The `zsasbench` command line: typer commands that parse options and call the library, nothing else."""
 from __future__ import annotations
 
-import functools
-import json
 import math
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from .cli_common import (CategoryOpt, DataRootOpt, DatasetOpt, DeviceOpt, EvalSizeOpt, ExperimentOpt, KindOpt,
+                         LimitOpt, MethodOpt, ModelsOpt, ObjectNameOpt, RunsDirOpt, SeedOpt, TrackingOpt, echo_json,
+                         fail, user_errors)
+from .cli_predict import predict as _predict
 from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -19,46 +20,6 @@ app.add_typer(datasets_app, name="datasets")
 
 DEFAULT_METHODS = ["random", "local-contrast"]
 DEFAULT_DATASETS = ["synthetic"]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def user_errors(func):
-    """Turn UserError (bad input) into one clear line and exit status 2, without a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            _fail(str(exc))
-
-    return wrapper
-
-
-def _echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
-
-
-# --- shared options -----------------------------------------------------------------------------
-MethodOpt = typer.Option(None, "--method", "-m", help="Method name (repeatable). Default: random, local-contrast.")
-DatasetOpt = typer.Option(None, "--dataset", "-d", help="NAME or NAME=PATH (repeatable). Default: synthetic.")
-CategoryOpt = typer.Option(None, "--category", "-c", help="Only these categories (repeatable).")
-DataRootOpt = typer.Option(None, "--data-root", help="Folder holding the datasets (default data/, or ZSAS_DATA_ROOT).")
-TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow store (default sqlite:///runs/mlflow.db; MLFLOW_TRACKING_URI).")
-DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
-SeedOpt = typer.Option(111, "--seed", help="Seed for every random choice.")
-EvalSizeOpt = typer.Option("400", "--eval-size", help="Evaluation size in pixels, or 'native'.")
-LimitOpt = typer.Option(None, "--limit", help="At most N test images per category (evenly spaced).")
-ModelsOpt = typer.Option("default", "--models", help="Weights profile: default (real weights) or tiny-random.")
-SetOpt = typer.Option(None, "--set", help="Method config override key=value or method.key=value (repeatable).")
-RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="Output folder (cache, MLflow db, artifacts).")
-ExperimentOpt = typer.Option("zsasbench", "--experiment", help="MLflow experiment name.")
-ObjectNameOpt = typer.Option(None, "--object-name", help="What the images show (folder dataset / predict).")
-KindOpt = typer.Option(None, "--kind", help="object or texture (folder dataset).")
 
 
 def _run_options(method, dataset, category, data_root, tracking_uri, device, seed, eval_size, limit, models,
@@ -169,7 +130,7 @@ def leaderboard(
     protocol = Protocol.parse(eval_size).label if eval_size else None
     board = build_leaderboard(uri, experiment, protocol, per_category, include_random_weights)
     if not board.rows:
-        _fail(f"no finished runs in experiment {experiment!r} at {uri}; run `zsasbench run` first", code=1)
+        fail(f"no finished runs in experiment {experiment!r} at {uri}; run `zsasbench run` first", code=1)
     text = render(board, format)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +149,7 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 
     rows = method_rows(method_names())
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
@@ -224,7 +185,7 @@ def datasets(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
                      "looked_in": [str(p) for p in candidate_roots(name, root)], "source": cls.source,
                      "layout": cls.layout})
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
@@ -265,10 +226,10 @@ def datasets_check(
             if found is not None:
                 refs.append(resolve_dataset(f"{name}={found}"))
         if not refs:
-            _fail(f"no dataset found under {root}; give NAME=PATH or --data-root DIR", code=1)
+            fail(f"no dataset found under {root}; give NAME=PATH or --data-root DIR", code=1)
     reports = [check_dataset(ref.name, ref.root) for ref in refs]
     if as_json:
-        _echo_json([r.to_dict() for r in reports])
+        echo_json([r.to_dict() for r in reports])
     else:
         for r in reports:
             typer.echo(render_report(r))
@@ -286,7 +247,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
     rows = model_rows(required_specs(method_names()))
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
@@ -387,13 +348,11 @@ def prompts(
                         "object_tag_source": s1.object_tag_source, "final_prompt": s1.final_prompt,
                         "llm_answer": s1.llm_answer, "llm_fallback": s1.llm_fallback})
     if as_json:
-        _echo_json(out)
+        echo_json(out)
         return
     typer.echo(_table_md(["Dataset", "Category", "Object tag set", "Final prompts"],
                          [[o["dataset"], o["category"], ", ".join(o["object_tags"]), o["final_prompt"]] for o in out]))
 
-
-from .cli_predict import predict as _predict  # noqa: E402  (imports this module's helpers)
 
 app.command("predict")(_predict)
 

@@ -1,5 +1,4 @@
-"""`zsasbench predict`: one method on your own unlabelled images (registered by cli.py with
-`app.command("predict")(predict)`). Parses options and calls `zsasbench.predict`, nothing else."""
+"""`zsasbench predict`: one method on your own unlabelled images (registered by cli.py). Parses options and calls `zsasbench.predict`, nothing else."""
 from __future__ import annotations
 
 import time
@@ -8,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli import DeviceOpt, ModelsOpt, SeedOpt, TrackingOpt, user_errors
+from .cli_common import DeviceOpt, ModelsOpt, SeedOpt, TrackingOpt, user_errors
 from .errors import UserError
 
 DEFAULT_PREDICT_DIR = Path("runs") / "predict"

@@ -202,8 +202,10 @@ class Runner:
 
     def validate(self) -> tuple[list[Method], list[tuple[DatasetRef, Dataset, list[str]]], str]:
         methods = self.build_methods()
+        specs = []
         for m in methods:
-            check_present(m.required_models(), self.options.runtime)
+            specs.extend(s for s in m.required_models() if s not in specs)
+        check_present(specs, self.options.runtime)  # every missing model of every method, in one message
         datasets = self.open_datasets()
         uri = tracking.resolve_tracking_uri(self.options.tracking_uri, self.options.runs_dir)
         experiment_id = tracking.connect(uri, self.options.experiment)
