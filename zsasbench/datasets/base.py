@@ -99,7 +99,9 @@ class Sample:
     @property
     def mask(self) -> np.ndarray:
         if self._mask is None:
-            hw = self.image.shape[:2]
+            # The size check needs only the image header, not a decode (scoring reads masks alone).
+            hw = self._image.shape[:2] if self._image is not None or self.image_path is None \
+                else image_size(self.image_path)
             if self.mask_path is None:
                 self._mask = np.zeros(hw, dtype=bool)
             else:
