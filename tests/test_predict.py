@@ -376,3 +376,15 @@ def test_run_folder_dataset_without_masks_scores_images_only(tmp_path, migrated_
     assert 0 <= o.metrics["image_auroc"] <= 1 and not math.isnan(o.metrics["image_ap"])
     means = summary.dataset_means[("local-contrast", "folder")]
     assert "pixel_ap" not in means and "image_auroc" in means
+
+
+def test_run_on_unlabelled_folder_is_refused_before_compute(tmp_path, migrated_db):
+    from zsasbench.errors import UserError
+
+    flat = tmp_path / "shots"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(flat / f"{i}.png")
+    with pytest.raises(UserError, match="no label.*zsasbench predict"):
+        run_folder(tmp_path, migrated_db, flat)
+    assert not (tmp_path / "runs" / "cache").exists()

@@ -309,11 +309,18 @@ class Runner:
                     elif result is not None:
                         outcome.seconds_per_image = result.get("seconds_per_image")
                     metrics, curve, grid = self._score(samples, cache)
+                    if not ds.has_masks(category):  # image labels only: pixel metrics are undefined
+                        metrics.update({k: math.nan for k in metrics if k.startswith("pixel_")})
+                        curve = None
                     cache.save_result(opts.protocol.label, opts.limit,
                                       {"metrics": metrics, "seconds_per_image": outcome.seconds_per_image,
                                        "n_images": len(samples)})
                     self._log_figures(method, ref, category, curve, grid)
                 outcome.metrics = metrics
+                if not ds.has_masks(category):
+                    import mlflow
+
+                    mlflow.set_tag("pixel_metrics", "none (no masks)")
                 tracking.log_metrics(metrics)
                 tracking.log_metrics({"n_images": len(samples), "n_predicted": outcome.n_predicted,
                                       **({"seconds_per_image": outcome.seconds_per_image}

@@ -111,7 +111,8 @@ def family(name: str) -> Family:
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    return any(os.environ.get(var, "0").lower() in ("1", "true", "yes")
+               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def availability(spec: ModelSpec) -> Availability:
