@@ -57,6 +57,31 @@ def test_parent_and_child_runs_with_params_metrics_artifacts(finished_run):
     assert lc["tags.weights"] == "real"
 
 
+def test_rerun_reuses_categories_and_still_logs_their_figures(finished_run, tmp_path_factory):
+    from mlflow.tracking import MlflowClient
+
+    uri, first = finished_run
+    opts = RunOptions(methods=["local-contrast"], datasets=[DatasetRef("synthetic", first_root(uri) / "synthetic")],
+                      categories=["fabric"], limit=8, runs_dir=first_root(uri) / "runs", tracking_uri=uri)
+    again = Runner(opts).run()
+    (o,) = again.outcomes
+    assert o.status == "reused" and o.n_predicted == 0
+    before = next(x for x in first.outcomes if x.method == "local-contrast" and x.category == "fabric")
+    assert o.metrics == before.metrics
+    client = MlflowClient(uri)
+    run_id = again.parent_run_ids[("local-contrast", "synthetic")]
+    exp = client.get_run(run_id).info.experiment_id
+    (kid,) = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    names = {a.path for a in client.list_artifacts(kid.info.run_id, "figures")}
+    assert "figures/pr_curve_fabric.png" in names and "figures/qualitative_fabric.png" in names
+
+
+def first_root(uri: str):
+    from pathlib import Path
+
+    return Path(uri[len("sqlite:///"):]).parent
+
+
 def test_failure_in_one_category_is_isolated(tmp_path):
     """An exception in one category ends its child run FAILED with the traceback; the rest go on."""
     from mlflow.tracking import MlflowClient

@@ -4,6 +4,7 @@ Layout: <cache_root>/<method>/<config-hash>/<dataset>/<category>/
     maps/<sha1(sample id)>.npy   one map (float16, or float32 where float16 would overflow)
     stage/                       a method's per-category outputs (e.g. IAP-AS prompts)
     result-<protocol>.json       the category's metrics once scored
+    figures-<protocol>/          its PR curve and qualitative grid
 Every write goes to a temporary file in the same folder and is renamed into place, so a killed
 process never leaves a half-written file that reads back as valid.
 """
@@ -88,6 +89,9 @@ class CategoryCache:
     def result_path(self, protocol_label: str, limit: int | None) -> Path:
         key = stable_hash(f"{protocol_label}|limit={limit}", 10)
         return self.root / f"result-{key}.json"
+
+    def figures_dir(self, protocol_label: str, limit: int | None) -> Path:
+        return self.root / f"figures-{stable_hash(f'{protocol_label}|limit={limit}', 10)}"
 
     def load_result(self, protocol_label: str, limit: int | None) -> dict | None:
         path = self.result_path(protocol_label, limit)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import traceback
 import warnings
@@ -277,9 +276,9 @@ class Runner:
             if failed:
                 mlflow.set_tag("failed_categories", ",".join(failed))
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
-        except BaseException:
+        except BaseException as exc:
             tracking.log_text_artifact(traceback.format_exc(), "traceback.txt")
-            mlflow.end_run(status="KILLED" if isinstance(_current_exc(), KeyboardInterrupt) else "FAILED")
+            mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
 
     def _run_category(self, method: Method, ref: DatasetRef, ds: Dataset, category: str) -> CategoryOutcome:
@@ -312,10 +311,10 @@ class Runner:
                     if not ds.has_masks(category):  # image labels only: pixel metrics are undefined
                         metrics.update({k: math.nan for k in metrics if k.startswith("pixel_")})
                         curve = None
-                    cache.save_result(opts.protocol.label, opts.limit,
+                    self._save_figures(method, ref, category, curve, grid, cache)
+                    cache.save_result(opts.protocol.label, opts.limit,  # last: marks the category done
                                       {"metrics": metrics, "seconds_per_image": outcome.seconds_per_image,
                                        "n_images": len(samples)})
-                    self._log_figures(method, ref, category, curve, grid)
                 outcome.metrics = metrics
                 if not ds.has_masks(category):
                     import mlflow
@@ -325,7 +324,7 @@ class Runner:
                 tracking.log_metrics({"n_images": len(samples), "n_predicted": outcome.n_predicted,
                                       **({"seconds_per_image": outcome.seconds_per_image}
                                          if outcome.seconds_per_image is not None else {})})
-                self._log_stage(method, cache)
+                self._log_folders(cache)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # fault isolation: record and go on with the next category
@@ -402,24 +401,24 @@ class Runner:
             curve = None
         return result, curve, grid
 
-    def _log_figures(self, method: Method, ref: DatasetRef, category: str, curve, grid) -> None:
-        import mlflow
-
+    def _save_figures(self, method: Method, ref: DatasetRef, category: str, curve, grid, cache: CategoryCache) -> None:
+        """PR curve and qualitative grid, kept in the cache so a reused category logs them too."""
         from .plots import save_pr_curve, save_qualitative_grid
 
-        with tempfile.TemporaryDirectory() as tmp:
-            if curve is not None and len(curve[0]):
-                path = Path(tmp) / f"pr_curve_{category}.png"
-                save_pr_curve(curve[0], curve[1], path, f"{method.name} / {ref.name} / {category}")
-                mlflow.log_artifact(str(path), artifact_path="figures")
-            if grid:
-                path = Path(tmp) / f"qualitative_{category}.png"
-                save_qualitative_grid(*zip(*grid), path=path)
-                mlflow.log_artifact(str(path), artifact_path="figures")
+        folder = cache.figures_dir(self.options.protocol.label, self.options.limit)
+        folder.mkdir(parents=True, exist_ok=True)
+        if curve is not None and len(curve[0]):
+            save_pr_curve(curve[0], curve[1], folder / f"pr_curve_{category}.png",
+                          f"{method.name} / {ref.name} / {category}")
+        if grid:
+            save_qualitative_grid(*zip(*grid), path=folder / f"qualitative_{category}.png")
 
-    def _log_stage(self, method: Method, cache: CategoryCache) -> None:
+    def _log_folders(self, cache: CategoryCache) -> None:
         import mlflow
 
+        figures = cache.figures_dir(self.options.protocol.label, self.options.limit)
+        if figures.is_dir() and any(figures.iterdir()):
+            mlflow.log_artifacts(str(figures), artifact_path="figures")
         if cache.stage_dir.is_dir() and any(cache.stage_dir.iterdir()):
             mlflow.log_artifacts(str(cache.stage_dir), artifact_path="method")
 
@@ -451,8 +450,3 @@ def dataset_means(outcomes: list[CategoryOutcome]) -> dict[str, float]:
         means["seconds_per_image"] = float(sum(t * n for t, n in timed) / max(1, sum(n for _, n in timed)))
     return means
 
-
-def _current_exc():
-    import sys
-
-    return sys.exc_info()[1]
