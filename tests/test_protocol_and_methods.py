@@ -87,4 +87,6 @@ def test_local_contrast_beats_random_on_real_mtd(mtd_sample):
     ds = load_dataset("mtd", mtd_sample)
     samples = ds.test_samples(ds.categories[0])
     lc, rnd = _pixel_ap("local-contrast", samples), _pixel_ap("random", samples)
-    assert lc > 1.25 * rnd, (lc, rnd)
+    # The axis-profile background earns this margin (0.082 vs 0.052); the Gaussian-trend-only
+    # variant (axis_background=false, 0.071) would not pass it.
+    assert lc > 1.45 * rnd, (lc, rnd)
