@@ -28,16 +28,19 @@ def test_bad_input_is_one_clear_line(tmp_path, args, expected):
 def test_default_run_then_leaderboard_formats(tmp_path):
     out = run_cli("run", "--limit", "6", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "| Synthetic | AP |" in out.stdout
-    for fmt, marker in (("md", "**"), ("csv", "dataset,metric,Random,LocalContrast"),
+    assert "| Synthetic | AP |" in out.stdout and "partial run" in out.stdout  # this run's own table, marked
+    empty = run_cli("leaderboard", cwd=tmp_path)  # partial runs stay off the leaderboard
+    assert empty.returncode == 1 and "no complete finished runs" in empty.stderr
+    for fmt, marker in (("md", "**"), ("csv", "dataset,metric,Random\u2021,LocalContrast\u2021"),
                         ("latex", r"\textbf{"), ("html", "<b>")):
-        board = run_cli("leaderboard", "--format", fmt, cwd=tmp_path)
+        board = run_cli("leaderboard", "--format", fmt, "--include-partial", cwd=tmp_path)
         assert board.returncode == 0, board.stderr
         assert marker in board.stdout, fmt
     target = tmp_path / "board.html"
-    assert run_cli("leaderboard", "--format", "html", "--output", str(target), cwd=tmp_path).returncode == 0
-    assert "<table>" in target.read_text()
-    per_cat = run_cli("leaderboard", "--per-category", "--format", "csv", cwd=tmp_path)
+    assert run_cli("leaderboard", "--format", "html", "--output", str(target), "--include-partial",
+                   cwd=tmp_path).returncode == 0
+    assert "<table>" in target.read_text() and "partial run" in target.read_text()
+    per_cat = run_cli("leaderboard", "--per-category", "--format", "csv", "--include-partial", cwd=tmp_path)
     assert "Synthetic / fabric" in per_cat.stdout
 
 

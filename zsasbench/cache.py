@@ -1,10 +1,10 @@
 """On-disk cache of anomaly maps, per-category results and method stage outputs.
 
-Layout: <cache_root>/<method>/<config-hash>/<dataset>/<category>/
+Layout: <cache_root>/<method>/<config-hash>/<dataset>-<root-hash>/<category>/
     maps/<sha1(sample id)>.npy   one map (float16, or float32 where float16 would overflow)
     stage/                       a method's per-category outputs (e.g. IAP-AS prompts)
-    result-<protocol>.json       the category's metrics once scored
-    figures-<protocol>/          its PR curve and qualitative grid
+    result-<scoring>.json        the category's metrics once scored (protocol, limit, metrics mode)
+    figures-<scoring>/           its PR curve and qualitative grid
 Every write goes to a temporary file in the same folder and is renamed into place, so a killed
 process never leaves a half-written file that reads back as valid.
 """
@@ -86,15 +86,14 @@ class CategoryCache:
     def has_map(self, sample_id: str) -> bool:
         return self.map_path(sample_id).is_file()
 
-    def result_path(self, protocol_label: str, limit: int | None) -> Path:
-        key = stable_hash(f"{protocol_label}|limit={limit}", 10)
-        return self.root / f"result-{key}.json"
+    def result_path(self, scoring_key: str) -> Path:
+        return self.root / f"result-{stable_hash(scoring_key, 10)}.json"
 
-    def figures_dir(self, protocol_label: str, limit: int | None) -> Path:
-        return self.root / f"figures-{stable_hash(f'{protocol_label}|limit={limit}', 10)}"
+    def figures_dir(self, scoring_key: str) -> Path:
+        return self.root / f"figures-{stable_hash(scoring_key, 10)}"
 
-    def load_result(self, protocol_label: str, limit: int | None) -> dict | None:
-        path = self.result_path(protocol_label, limit)
+    def load_result(self, scoring_key: str) -> dict | None:
+        path = self.result_path(scoring_key)
         if not path.is_file():
             return None
         try:
@@ -102,10 +101,13 @@ class CategoryCache:
         except json.JSONDecodeError:
             return None
 
-    def save_result(self, protocol_label: str, limit: int | None, result: dict) -> None:
-        atomic_write_json(self.result_path(protocol_label, limit), result)
+    def save_result(self, scoring_key: str, result: dict) -> None:
+        atomic_write_json(self.result_path(scoring_key), result)
 
 
-def category_cache(cache_root: Path, method_name: str, method_key: str, dataset: str, category: str) -> CategoryCache:
-    """method_key: a string holding everything that changes the maps (config, weights profile, seed)."""
-    return CategoryCache(Path(cache_root) / method_name / stable_hash(method_key) / dataset / category)
+def category_cache(cache_root: Path, method_name: str, method_key: str, dataset: str, dataset_root: Path,
+                   category: str) -> CategoryCache:
+    """method_key: everything that changes the maps (method version, config, weights profile, seed).
+    The dataset folder is part of the key: the same name at another path is other data."""
+    data_key = f"{dataset}-{stable_hash(str(Path(dataset_root).resolve()), 8)}"
+    return CategoryCache(Path(cache_root) / method_name / stable_hash(method_key) / data_key / category)

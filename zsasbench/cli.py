@@ -33,6 +33,10 @@ def _run_options(method, dataset, category, data_root, tracking_uri, device, see
 
     for m in methods:
         method_class(m)  # unknown names fail here, listing valid ones
+    if limit is not None and limit <= 0:
+        raise UserError(f"--limit {limit}: expected a positive number of images per category")
+    if batch_size <= 0:
+        raise UserError(f"--batch-size {batch_size}: expected a positive number")
     if kind is not None and kind not in ("object", "texture"):
         raise UserError(f"--kind {kind!r}: expected object or texture")
     refs = [resolve_dataset(d, data_root, runs_dir, object_name, kind) for d in (dataset or DEFAULT_DATASETS)]
@@ -45,8 +49,17 @@ def _run_options(method, dataset, category, data_root, tracking_uri, device, see
                       batch_size=batch_size, run_name_suffix=suffix)
 
 
-def _print_summary(summary) -> None:
+def _console(stderr: bool = False):
+    """A rich console that does not cut names to 80 columns when the output is a file or a CI log."""
+    import sys
+
     from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+
+
+def _print_summary(summary) -> None:
     from rich.table import Table
 
     table = Table(title="run summary")
@@ -61,7 +74,7 @@ def _print_summary(summary) -> None:
         table.add_row(o.method, o.dataset, o.category, status, str(o.n_images),
                       *(pct(o.metrics.get(k, math.nan)) for k in ("pixel_ap", "pixel_f1_max", "image_auroc")),
                       "-" if o.seconds_per_image is None else f"{o.seconds_per_image:.3f}")
-    Console(stderr=True).print(table)
+    _console(stderr=True).print(table)
 
 
 @app.command()
@@ -98,14 +111,27 @@ def run(
         summary = Runner(opts, reporter).run()
     _print_summary(summary)
     if show_leaderboard:
-        uri = resolve_tracking_uri(tracking_uri, runs_dir)
-        board = build_leaderboard(uri, experiment, protocol=opts.protocol.label,
-                                  include_random_weights=not opts.runtime.weights_are_real)
-        typer.echo(render(board, "md"))
+        typer.echo(render(_after_run_board(opts, summary, tracking_uri, runs_dir, experiment), "md"))
     if not summary.ok:
         typer.echo(f"{len(summary.failures)} categor{'y' if len(summary.failures) == 1 else 'ies'} failed "
                    f"(see the summary above and the traceback artifacts in MLflow)", err=True)
         raise typer.Exit(1)
+
+
+def _after_run_board(opts, summary, tracking_uri, runs_dir, experiment):
+    """A complete real-weights run: the leaderboard. Otherwise: this run's own results, marked."""
+    from .leaderboard.table import MARK_NOTES, board_from_summary, build_leaderboard
+    from .methods import method_class
+    from .tracking import resolve_tracking_uri
+
+    partial = opts.limit is not None or bool(opts.categories)
+    if not partial and opts.runtime.weights_are_real:
+        return build_leaderboard(resolve_tracking_uri(tracking_uri, runs_dir), experiment,
+                                 protocol=opts.protocol.label)
+    mark = ("\u2020" if not opts.runtime.weights_are_real else "") + ("\u2021" if partial else "")
+    methods = [(m, (method_class(m).display_name or m) + mark) for m in opts.methods]
+    notes = [MARK_NOTES[c] for c in mark] + ["This run only; `zsasbench leaderboard` shows complete real-weight runs."]
+    return board_from_summary(summary, methods, opts.protocol.label, notes)
 
 
 @app.command()
@@ -119,6 +145,7 @@ def leaderboard(
     experiment: str = ExperimentOpt,
     eval_size: Optional[str] = typer.Option(None, "--eval-size", help="Protocol to show (default: the latest run's)."),
     include_random_weights: bool = typer.Option(False, "--include-random-weights", help="Also show tiny-random smoke runs."),
+    include_partial: bool = typer.Option(False, "--include-partial", help="Also show runs with --limit or a --category subset."),
 ):
     """Print the Table-1 leaderboard (latest finished run per method, dataset and protocol)."""
     from .leaderboard import build_leaderboard, render
@@ -128,9 +155,11 @@ def leaderboard(
     uri = resolve_tracking_uri(tracking_uri, runs_dir)
     connect(uri, experiment)
     protocol = Protocol.parse(eval_size).label if eval_size else None
-    board = build_leaderboard(uri, experiment, protocol, per_category, include_random_weights)
+    board = build_leaderboard(uri, experiment, protocol, per_category, include_random_weights, include_partial)
     if not board.rows:
-        fail(f"no finished runs in experiment {experiment!r} at {uri}; run `zsasbench run` first", code=1)
+        what = f"for protocol {protocol} " if protocol else ""
+        fail(f"no complete finished runs {what}in experiment {experiment!r} at {uri}; run `zsasbench run` first "
+             f"(--include-partial and --include-random-weights also show smoke tests)", code=1)
     text = render(board, format)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +180,6 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     if as_json:
         echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="methods")
@@ -161,7 +189,7 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
         weights = "\n".join(f"{m['spec']} ({'present' if m['present'] else 'missing'})" for m in r["models"]) or "none"
         table.add_row(r["name"], r["source"], r.get("description", "") or r.get("error", ""), weights,
                       "yes" if r["ready"] else "no")
-    Console().print(table)
+    _console().print(table)
 
 
 @datasets_app.callback(invoke_without_command=True)
@@ -187,7 +215,6 @@ def datasets(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     if as_json:
         echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"datasets (data root: {root})")
@@ -197,7 +224,7 @@ def datasets(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
         found = r["found"] or ("built in" if r["name"] == "synthetic" else
                                "needs --dataset folder=PATH" if r["name"] == "folder" else "[yellow]not found[/yellow]")
         table.add_row(r["name"], r["kind"], found, r["description"])
-    Console().print(table)
+    _console().print(table)
 
 
 @datasets_app.command("check")
@@ -249,18 +276,18 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     if as_json:
         echo_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="models")
-    for col in ("model", "role", "location", "present", "size", "how to get"):
-        table.add_column(col)
+    for col in ("model", "role", "location", "present", "size"):
+        table.add_column(col, overflow="fold")
+    table.add_column("how to get", overflow="fold", min_width=40)
     for r in rows:
         size = r.get("size_bytes")
         table.add_row(str(r.get("spec")), str(r.get("role", "")), str(r.get("location", "")),
                       "yes" if r.get("present") else "no",
                       "-" if not size else f"{size / 1e6:.0f} MB", str(r.get("how_to_get", "") if not r.get("present") else ""))
-    Console().print(table)
+    _console().print(table)
 
 
 def _table_md(header: list[str], rows: list[list[str]]) -> str:
@@ -342,6 +369,7 @@ def prompts(
     for ref, ds, categories in runner.open_datasets():
         for cat in categories:
             cache = runner.category_cache(method, ref, cat)
+            typer.echo(f"{ref.name} / {cat}: Stage 1 (tagging, grounding, LLM; reused when saved)...", err=True)
             method.prepare(runner.prepare_context(ref, ds, cat, cache))
             s1 = method.stage1
             out.append({"dataset": ref.name, "category": cat, "object_tags": s1.object_tags,

@@ -71,7 +71,8 @@ def resolve_dataset(arg: str, data_root: str | Path | None = None, runs_dir: Pat
             return DatasetRef(name, root, object_name, kind)
     cls = dataset_class(name)
     raise UserError(f"dataset {name!r} not found: looked in {', '.join(str(c) for c in candidates)}. "
-                    f"Point at it with --dataset {name}=PATH or --data-root DIR. Expected layout: {cls.layout}")
+                    f"Give its folder as {name}=PATH (with --dataset on run) or use --data-root DIR. "
+                    f"Expected layout: {cls.layout}")
 
 
 def split_overrides(methods: Sequence[str], sets: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -242,6 +243,9 @@ class Runner:
                 tracking.LEVEL_TAG: level}
         if self.options.run_name_suffix:
             tags["variant"] = self.options.run_name_suffix
+        tags["complete"] = "false" if (self.options.limit is not None or self.options.categories) else "true"
+        defaults = type(method.config)()
+        tags["config"] = "default" if method.config == defaults else "custom"
         if category is not None:
             tags["category"] = category
         return tags
@@ -290,7 +294,7 @@ class Runner:
                               self._tags(method, ref, "category", category), nested=True):
                 samples = select_samples(ds.test_samples(category), opts.limit)
                 outcome.n_images = len(samples)
-                result = cache.load_result(opts.protocol.label, opts.limit)
+                result = cache.load_result(self.scoring_key)
                 missing = [s for s in samples if not cache.has_map(s.id)]
                 if result is not None and not missing:
                     outcome.status = "reused"
@@ -305,14 +309,14 @@ class Runner:
                     outcome.n_predicted = len(missing)
                     if missing:
                         outcome.seconds_per_image = elapsed / len(missing)
-                    elif result is not None:
-                        outcome.seconds_per_image = result.get("seconds_per_image")
+                    else:
+                        outcome.status = "reused"  # maps all cached; only the scoring ran again
                     metrics, curve, grid = self._score(samples, cache)
                     if not ds.has_masks(category):  # image labels only: pixel metrics are undefined
                         metrics.update({k: math.nan for k in metrics if k.startswith("pixel_")})
                         curve = None
                     self._save_figures(method, ref, category, curve, grid, cache)
-                    cache.save_result(opts.protocol.label, opts.limit,  # last: marks the category done
+                    cache.save_result(self.scoring_key,  # last: marks the category done
                                       {"metrics": metrics, "seconds_per_image": outcome.seconds_per_image,
                                        "n_images": len(samples)})
                 outcome.metrics = metrics
@@ -336,7 +340,13 @@ class Runner:
     def category_cache(self, method: Method, ref: DatasetRef, category: str) -> CategoryCache:
         opts = self.options
         return category_cache(self.cache_root, method.name, method_cache_key(method, opts.runtime, opts.seed),
-                              ref.name, category)
+                              ref.name, ref.root, category)
+
+    @property
+    def scoring_key(self) -> str:
+        """What, besides the maps, decides a category's metrics."""
+        opts = self.options
+        return f"{opts.protocol.label}|limit={opts.limit}|metrics={'exact' if opts.exact_metrics else 'streaming'}"
 
     def prepare_context(self, ref: DatasetRef, ds: Dataset, category: str, cache: CategoryCache) -> PrepareContext:
         cache.stage_dir.mkdir(parents=True, exist_ok=True)
@@ -405,7 +415,7 @@ class Runner:
         """PR curve and qualitative grid, kept in the cache so a reused category logs them too."""
         from .plots import save_pr_curve, save_qualitative_grid
 
-        folder = cache.figures_dir(self.options.protocol.label, self.options.limit)
+        folder = cache.figures_dir(self.scoring_key)
         folder.mkdir(parents=True, exist_ok=True)
         if curve is not None and len(curve[0]):
             save_pr_curve(curve[0], curve[1], folder / f"pr_curve_{category}.png",
@@ -416,7 +426,7 @@ class Runner:
     def _log_folders(self, cache: CategoryCache) -> None:
         import mlflow
 
-        figures = cache.figures_dir(self.options.protocol.label, self.options.limit)
+        figures = cache.figures_dir(self.scoring_key)
         if figures.is_dir() and any(figures.iterdir()):
             mlflow.log_artifacts(str(figures), artifact_path="figures")
         if cache.stage_dir.is_dir() and any(cache.stage_dir.iterdir()):

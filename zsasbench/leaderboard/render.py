@@ -33,13 +33,14 @@ def to_markdown(board: Leaderboard) -> str:
         cells = [_styled(board, row, m, "**{}**", "<u>{}</u>") for m in board.methods]
         lines.append("| " + " | ".join([row[0], row[1], *cells]) + " |")
     note = f"\nPixel-level metrics x100; best **bold**, second <u>underlined</u>. Protocol: {board.protocol}.\n"
+    note += "".join(f"{n}\n" for n in board.notes)
     return "\n".join(lines) + "\n" + note
 
 
 def to_csv(board: Leaderboard) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["dataset", "metric", *board.methods])
+    writer.writerow(["dataset", "metric", *board.methods])  # values in [0, 1], unlike the x100 tables
     for row in board.rows:
         writer.writerow([row[0], row[1], *["" if math.isnan(v) else f"{v:.6f}"
                                           for v in (board.values[row].get(m, math.nan) for m in board.methods)]])
@@ -63,6 +64,7 @@ def to_latex(board: Leaderboard) -> str:
         cells = [_styled(board, row, m, r"\textbf{{{}}}", r"\underline{{{}}}") for m in board.methods]
         out.append(" & ".join([name, row[1], *cells]) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
+    out += [f"% {n}" for n in board.notes]
     return "\n".join(out) + "\n"
 
 
@@ -77,6 +79,7 @@ def to_html(board: Leaderboard) -> str:
             "padding:4px 8px;text-align:center}</style></head><body>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             f"<p>Pixel-level metrics x100; best bold, second underlined. Protocol: {html.escape(board.protocol)}.</p>"
+            + "".join(f"<p>{html.escape(n)}</p>" for n in board.notes) +
             "</body></html>\n")
 
 

