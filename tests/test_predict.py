@@ -388,3 +388,12 @@ def test_run_on_unlabelled_folder_is_refused_before_compute(tmp_path, migrated_d
     with pytest.raises(UserError, match="no label.*zsasbench predict"):
         run_folder(tmp_path, migrated_db, flat)
     assert not (tmp_path / "runs" / "cache").exists()
+
+
+def test_masks_beside_their_images_are_not_inputs(tmp_path, mtd_sample):
+    """The MTD release keeps <name>.jpg and its mask <name>.png side by side: only the .jpg is an image."""
+    from zsasbench.predict import walk_images
+
+    found = walk_images(mtd_sample / "MT_Crack" / "Imgs")
+    assert found and all(p.suffix == ".jpg" for p in found)
+    assert len(found) == len(list((mtd_sample / "MT_Crack" / "Imgs").glob("*.jpg")))

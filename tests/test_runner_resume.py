@@ -2,7 +2,6 @@
 same metrics as an uninterrupted run."""
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time

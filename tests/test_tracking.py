@@ -86,7 +86,6 @@ def test_failure_in_one_category_is_isolated(tmp_path):
     """An exception in one category ends its child run FAILED with the traceback; the rest go on."""
     from mlflow.tracking import MlflowClient
 
-    from zsasbench.methods.base import Method
     from zsasbench.runner import RunOptions
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

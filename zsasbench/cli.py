@@ -100,10 +100,9 @@ def run(
     show_leaderboard: bool = typer.Option(True, "--leaderboard/--no-leaderboard", help="Print the leaderboard after the run."),
 ):
     """Run methods on datasets, cache the maps, score them and log everything to MLflow."""
-    from .leaderboard import build_leaderboard, render
+    from .leaderboard import render
     from .progress import rich_reporter
     from .runner import Runner
-    from .tracking import resolve_tracking_uri
 
     opts = _run_options(method, dataset, category, data_root, tracking_uri, device, seed, eval_size, limit,
                         models, set_, runs_dir, experiment, object_name, kind, exact, batch_size)

@@ -128,11 +128,30 @@ def walk_images(folder: Path, exclude: Sequence[Path] = ()) -> list[Path]:
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__"))
                              and (here / d).resolve() not in excluded and not is_predict_output(here / d))
-        for name in filenames:
-            if _is_image_name(name):
-                p = here / name
-                found.append((p.relative_to(folder).parts, p))
+        names = [n for n in filenames if _is_image_name(n)]
+        for name in names:
+            p = here / name
+            if _is_mask_beside_image(p, names):
+                continue
+            found.append((p.relative_to(folder).parts, p))
     return [p for _, p in sorted(found)]
+
+
+def _is_mask_beside_image(path: Path, names: Sequence[str]) -> bool:
+    """A single-channel .png next to a same-stem image of another format and the same size is that
+    image's mask (the MTD release keeps `<name>.jpg` and its mask `<name>.png` side by side)."""
+    if path.suffix.lower() != ".png":
+        return False
+    twins = [n for n in names if Path(n).stem == path.stem and Path(n).suffix.lower() != ".png"]
+    if not twins:
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as mask, Image.open(path.with_name(twins[0])) as image:
+            return mask.mode in ("1", "L", "P") and mask.size == image.size
+    except OSError:
+        return False
 
 
 def is_predict_output(folder: Path) -> bool:

@@ -19,8 +19,8 @@ import numpy as np
 from . import tracking
 from .cache import CategoryCache, category_cache
 from .datasets import DATASETS, Dataset, candidate_roots, dataset_class, load_dataset
-from .errors import DataError, UserError
-from .methods import create_method, method_class
+from .errors import UserError
+from .methods import method_class
 from .methods.base import Method, PrepareContext, config_from_overrides
 from .models.base import Runtime, check_present
 from .progress import Reporter, SilentReporter

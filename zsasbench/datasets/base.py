@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -193,38 +193,3 @@ class Dataset:
         """False when a category has image labels but no pixel masks (only image metrics are defined)."""
         return True
 
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name (deterministic)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def pair_by_stem(images: Iterable[Path], masks: Iterable[Path], mask_suffix: str = "",
-                 where: str = "") -> dict[Path, Path]:
-    """Map each image to the mask whose stem is the image's stem + mask_suffix.
-
-    Never pairs by position. A mask without an image is an error; images without a mask are
-    simply absent from the result (the caller decides whether that is allowed).
-    """
-    by_stem: dict[str, Path] = {}
-    for m in masks:
-        stem = m.stem
-        if mask_suffix:
-            if not stem.endswith(mask_suffix):
-                raise DataError(f"{m}: mask name must end with {mask_suffix!r} before the extension")
-            stem = stem[: -len(mask_suffix)]
-        if stem in by_stem:
-            raise DataError(f"{m}: two masks for the same image stem {stem!r} ({by_stem[stem].name}){where}")
-        by_stem[stem] = m
-    pairs: dict[Path, Path] = {}
-    image_stems = set()
-    for img in images:
-        image_stems.add(img.stem)
-        if img.stem in by_stem:
-            pairs[img] = by_stem[img.stem]
-    for stem in sorted(by_stem):
-        if stem not in image_stems:
-            raise DataError(f"{by_stem[stem]}: mask without an image (no image with stem {stem!r}){where}")
-    return pairs

@@ -224,7 +224,6 @@ class WinCLIP(Method):
         return out
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        import torch
         import torch.nn.functional as F
 
         clip = self._model()
