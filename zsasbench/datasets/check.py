@@ -29,6 +29,7 @@ class CategoryRow:
     reference: int  # reference images (never tested)
     unlabelled: int = 0  # test images without labels (folder dataset)
     empty_masks: int = 0  # defective images whose mask has no pixel > 127 (after decoding)
+    empty_mask_files: list[str] = field(default_factory=list)
     object_name: str = ""
 
 
@@ -88,7 +89,9 @@ def check_dataset(name: str, root: str | Path, decode: bool = True) -> DatasetRe
                 _decode(s, row, report.problems)
         report.categories.append(row)
     if row_empty := sum(r.empty_masks for r in report.categories):
-        report.warnings.append(f"{row_empty} defective image(s) have an empty mask: labelled defective "
+        files = [f for r in report.categories for f in r.empty_mask_files]
+        shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        report.warnings.append(f"{row_empty} defective image(s) have an empty mask ({shown}): labelled defective "
                                "(image level) with all pixels normal")
     report.warnings += _count_warnings(ds, report.categories)
     return report
@@ -117,6 +120,7 @@ def _decode(s: Sample, row: CategoryRow, problems: list[Problem]) -> None:
         return
     if s.label == 1 and not mask.any():
         row.empty_masks += 1
+        row.empty_mask_files.append(str(s.mask_path))
     elif s.label == 0 and mask.any():
         problems.append(Problem(str(s.mask_path), f"mask of normal image {s.image_path.name} has "
                                                   "defect pixels (> 127); a normal image's mask must be empty"))
