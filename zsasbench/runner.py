@@ -91,7 +91,8 @@ def split_overrides(methods: Sequence[str], sets: Sequence[str]) -> dict[str, di
             continue
         matched = [m for m in methods if key in _config_fields(m)]
         if not matched:
-            raise UserError(f"--set {item!r}: no selected method has a config field {key!r}")
+            valid = "; ".join(f"{m}: {', '.join(sorted(_config_fields(m)))}" for m in methods)
+            raise UserError(f"--set {item!r}: no selected method has a config field {key!r} (fields: {valid})")
         for m in matched:
             per_method[m][key] = value
     return per_method

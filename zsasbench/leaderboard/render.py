@@ -55,7 +55,7 @@ def _latex_escape(text: str) -> str:
 
 def to_latex(board: Leaderboard) -> str:
     cols = "ll" + "c" * len(board.methods)
-    out = [r"\begin{tabular}{" + cols + "}", r"\toprule",
+    out = [r"% needs \usepackage{booktabs}", r"\begin{tabular}{" + cols + "}", r"\toprule",
            " & ".join(["Dataset", "Metric", *map(_latex_escape, board.methods)]) + r" \\", r"\midrule"]
     previous = None
     for row in board.rows:
