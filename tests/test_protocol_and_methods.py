@@ -90,3 +90,12 @@ def test_local_contrast_beats_random_on_real_mtd(mtd_sample):
     # The axis-profile background earns this margin (0.082 vs 0.052); the Gaussian-trend-only
     # variant (axis_background=false, 0.071) would not pass it.
     assert lc > 1.45 * rnd, (lc, rnd)
+
+
+@pytest.mark.parametrize("field, value", [("windows", "[]"), ("working_size", "0"), ("smoothing_sigma", "-5")])
+def test_local_contrast_rejects_meaningless_settings(field, value):
+    from zsasbench.errors import UserError
+    from zsasbench.methods import create_method
+
+    with pytest.raises(UserError, match=field):
+        create_method("local-contrast", {field: value})

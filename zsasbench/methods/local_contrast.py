@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..errors import UserError
 from ..protocol import resize_map
 from .base import Method, MethodConfig, PrepareContext
 
@@ -43,6 +44,14 @@ class LocalContrastConfig(MethodConfig):
     smoothing_sigma: float = 2.0  # final map smoothing
     axis_background: bool = True  # use a row/column median profile when one axis dominates
     axis_ratio: float = 2.0  # how much better (residual variance) one axis profile must fit
+
+    def __post_init__(self):
+        rules = [(len(self.windows) > 0 and all(int(w) >= 1 for w in self.windows), "windows: at least one size >= 1"),
+                 (self.background_sigma > 0, "background_sigma: > 0"), (self.working_size >= 16, "working_size: >= 16"),
+                 (self.smoothing_sigma >= 0, "smoothing_sigma: >= 0"), (self.axis_ratio >= 1, "axis_ratio: >= 1")]
+        broken = [rule for ok, rule in rules if not ok]
+        if broken:
+            raise UserError(f"local-contrast config {self}: {'; '.join(broken)}")
 
 
 def background(g: np.ndarray, cfg: LocalContrastConfig) -> np.ndarray:
