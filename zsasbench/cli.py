@@ -106,8 +106,11 @@ def run(
 
     opts = _run_options(method, dataset, category, data_root, tracking_uri, device, seed, eval_size, limit,
                         models, set_, runs_dir, experiment, object_name, kind, exact, batch_size)
+    runner = Runner(opts)
+    validated = runner.validate()  # bad input fails here, before any progress bar or compute
     with rich_reporter() as reporter:
-        summary = Runner(opts, reporter).run()
+        runner.reporter = reporter
+        summary = runner.run(validated)
     _print_summary(summary)
     if show_leaderboard:
         typer.echo(render(_after_run_board(opts, summary, tracking_uri, runs_dir, experiment), "md"))
@@ -325,8 +328,11 @@ def ablation(
         sets = [*user_sets, f"use_tagging={tagging}", f"use_llm={llm}", f"use_filter={filt}"]
         opts = _run_options([method_name], dataset, category, data_root, tracking_uri, device, seed, eval_size,
                             limit, models, sets, runs_dir, experiment, None, None, suffix=variant)
+        runner = Runner(opts)
+        validated = runner.validate()
         with rich_reporter() as reporter:
-            summary = Runner(opts, reporter).run()
+            runner.reporter = reporter
+            summary = runner.run(validated)
         failed += len(summary.failures)
         for ref in opts.datasets:
             means = summary.dataset_means.get((method_name, ref.name), {})

@@ -213,8 +213,9 @@ class Runner:
         return methods, datasets, experiment_id
 
     # --- the loop ----------------------------------------------------------------------------
-    def run(self) -> RunSummary:
-        methods, datasets, _ = self.validate()
+    def run(self, validated=None) -> RunSummary:
+        """Run everything; `validated` is the result of an earlier `validate()` (checks run once)."""
+        methods, datasets, _ = validated or self.validate()
         summary = RunSummary()
         for method in methods:
             for ref, ds, categories in datasets:
