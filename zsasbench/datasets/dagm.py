@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .base import CategoryCounts, Sample
 from .common import LoaderDataset, has_child_dir, image_files, pair_masks, rel_id, visible_dirs
-from .mvtec_layout import is_mvtec_tree, scan_repackaged
+from .mvtec_layout import is_mvtec_tree, repackaged_splits
 
 
 def _official(n_normal: int, n_defective: int) -> CategoryCounts:
@@ -41,9 +41,7 @@ class DAGM2007(LoaderDataset):
 
     def _scan(self) -> dict[str, tuple[list[Sample], list[Sample]]]:
         if is_mvtec_tree(self.root):
-            scans = scan_repackaged(self.root, self.issues)
-            self._has_masks = {c: s.has_masks for c, s in scans.items()}
-            return {c: (s.test, s.reference) for c, s in scans.items()}
+            return repackaged_splits(self)
         out = {}
         for cls in visible_dirs(self.root):
             has_train, has_test = has_child_dir(cls, "Train"), has_child_dir(cls, "Test")

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import DataError
 from .base import CategoryCounts, Sample, read_mask
 from .common import LoaderDataset, image_files, pair_masks, rel_id, split_references, visible_dirs
-from .mvtec_layout import is_mvtec_tree, scan_repackaged
+from .mvtec_layout import is_mvtec_tree, repackaged_splits
 
 CATEGORY = "electrical_commutator"
 
@@ -35,9 +35,7 @@ class KolektorSDD(LoaderDataset):
 
     def _scan(self) -> dict[str, tuple[list[Sample], list[Sample]]]:
         if is_mvtec_tree(self.root):
-            scans = scan_repackaged(self.root, self.issues)
-            self._has_masks = {c: s.has_masks for c, s in scans.items()}
-            return {c: (s.test, s.reference) for c, s in scans.items()}
+            return repackaged_splits(self)
         test: list[Sample] = []
         for folder in visible_dirs(self.root):
             test.extend(self._scan_folder(folder))

@@ -23,7 +23,7 @@ from pathlib import Path
 from .base import IMAGE_EXTENSIONS, CategoryCounts, Sample
 from .common import (LoaderDataset, has_child_dir, image_files, pair_masks, rel_id, split_references,
                      unique_stems, visible_dirs)
-from .mvtec_layout import is_mvtec_tree, scan_repackaged
+from .mvtec_layout import is_mvtec_tree, repackaged_splits
 
 CATEGORY = "magnetic_tile"
 NORMAL_CLASS = "MT_Free"
@@ -48,9 +48,7 @@ class MagneticTile(LoaderDataset):
 
     def _scan(self) -> dict[str, tuple[list[Sample], list[Sample]]]:
         if is_mvtec_tree(self.root):
-            scans = scan_repackaged(self.root, self.issues)
-            self._has_masks = {c: s.has_masks for c, s in scans.items()}
-            return {c: (s.test, s.reference) for c, s in scans.items()}
+            return repackaged_splits(self)
         test: list[Sample] = []
         for cls in visible_dirs(self.root):
             if cls.name.startswith("MT_"):

@@ -134,3 +134,9 @@ def scan_repackaged(root: Path, issues: Issues) -> dict[str, CategoryScan]:
 __all__ = ["CategoryScan", "MVTecLayoutDataset", "REPACKAGED_MASK_SUFFIXES", "TreeSpec", "category_dirs",
            "is_mvtec_tree", "scan_category", "scan_repackaged", "scan_tree"]
 
+
+def repackaged_splits(ds) -> dict[str, tuple[list[Sample], list[Sample]]]:
+    """`_scan` of a KSDD / MTD / DAGM dataset given as an MVTec-style re-packaging (records masks)."""
+    scans = scan_repackaged(ds.root, ds.issues)
+    ds._has_masks = {c: s.has_masks for c, s in scans.items()}
+    return {c: (s.test, s.reference) for c, s in scans.items()}
