@@ -72,10 +72,21 @@ def connect(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
         mlflow.set_experiment(experiment_id=experiment_id)
         return experiment_id
     except Exception as exc:  # MLflow raises many types here; all mean "unreachable or unusable"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"tracking store {uri} is not reachable: {first[:300]}. "
+        raise UserError(f"tracking store {uri} is not reachable: {_store_error(exc)}. "
                         f"Check --tracking-uri / MLFLOW_TRACKING_URI (a running `mlflow server`, or a "
                         f"writable sqlite:///path/mlflow.db)") from exc
+
+
+def _store_error(exc: Exception) -> str:
+    """The cause in a few words (MLflow wraps urllib3's long retry message)."""
+    text = str(exc).strip()
+    for needle, reason in (("Connection refused", "connection refused (no server answering there)"),
+                           ("NewConnectionError", "no server answering there"),
+                           ("Name or service not known", "unknown host"), ("timed out", "timed out")):
+        if needle in text:
+            return reason
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:300]
 
 
 def package_versions() -> dict[str, str]:
