@@ -398,11 +398,12 @@ class Runner:
         for s in samples:
             mask = s.mask
             hw = self.options.protocol.target_hw(mask.shape)
-            amap = minmax(resize_map(cache.load_map(s.id), hw), lo, hi)
+            raw = cache.load_map(s.id)
+            amap = minmax(resize_map(raw, hw), lo, hi)
             gt = resize_mask(mask, hw)
             metrics.update([amap], [gt], image_ids=[s.id], image_labels=[max(s.label, int(gt.any()))])
             if s.id in grid_ids:
-                grid.append((s.image, mask, minmax(cache.load_map(s.id), lo, hi)))
+                grid.append((s.image, mask, minmax(raw, lo, hi)))
             s.release()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # undefined metrics are NaN by design; reported as excluded
